@@ -1,0 +1,1 @@
+"""Generators and the command line: everything here only reads the model."""

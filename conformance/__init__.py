@@ -1,0 +1,1 @@
+"""The conformance runner: checks the running kernel against the spec."""

@@ -57,8 +57,10 @@ def check_schema(data: Any, where: yamlpos.Located) -> None:
     if not errors:
         return
     # Report the error that comes first in the file, so fixing top-down works.
+    # unevaluatedProperties also fires, spuriously, for the keys of a
+    # subschema that failed for another reason: report that reason first.
     located = [(_locate(e, data, where), e) for e in errors]
-    located.sort(key=lambda pe: (pe[0][0].line, pe[0][0].col))
+    located.sort(key=lambda pe: (pe[1].validator == "unevaluatedProperties", pe[0][0].line, pe[0][0].col))
     (pos, message), _ = located[0]
     raise SpecError(pos, message)
 
@@ -81,7 +83,7 @@ def _locate(err: jsonschema.ValidationError, data: Any, where: yamlpos.Located) 
         options = ", ".join(str(v) for v in err.validator_value)
         return where.at(path), f"{dotted}: {err.instance!r} is not one of: {options}"
     if err.validator == "pattern":
-        return where.at(path), f"{dotted}: {err.instance!r} is not of the form {_pattern_name(err.schema_path)}"
+        return where.at(path), f"{dotted}: {err.instance!r} is not of the form {_pattern_name(err.validator_value)}"
     return where.at(path), f"{dotted or 'spec'}: {err.message}"
 
 
@@ -101,20 +103,24 @@ def _kind(value: Any) -> str:
             float: "a number", bool: "a boolean", type(None): "nothing"}.get(type(value), type(value).__name__)
 
 
-def _pattern_name(schema_path: Any) -> str:
-    for part in reversed(list(schema_path)):
-        if isinstance(part, str) and part not in ("pattern", "properties", "items", "$ref", "allOf"):
-            return {
-                "version": "a kernel version MAJOR.MINOR",
-                "id": "a behaviour id (dotted, e.g. move.errno.EEXIST.dst-populated)",
-                "errno": "an errno name (E...)",
-                "cname": "a C identifier",
-                "ctype": "a uABI type (__u64, __s32[2], struct NAME)",
-                "fieldref": "struct.field",
-                "date": "a date YYYY-MM-DD",
-                "slug": "a lower-case-dashed name",
-            }.get(part, part)
-    return "the required form"
+_FORMS = {
+    "version": "a kernel version MAJOR.MINOR",
+    "id": "a behaviour id (dotted, e.g. move.errno.EEXIST.dst-populated)",
+    "errno": "an errno name (E...)",
+    "cname": "a C identifier",
+    "ctype": "a uABI type (__u64, __s32[2], struct NAME)",
+    "fieldref": "struct.field",
+    "slug": "a lower-case-dashed name",
+}
+
+
+def _pattern_name(pattern: str) -> str:
+    """Name a pattern by the $defs entry that holds it, for a readable message."""
+    defs = _validator().schema.get("$defs", {})
+    for name, sub in defs.items():
+        if isinstance(sub, dict) and sub.get("pattern") == pattern and name in _FORMS:
+            return _FORMS[name]
+    return f"/{pattern}/"
 
 
 def _display_name(path: Path) -> str:

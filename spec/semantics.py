@@ -179,7 +179,7 @@ class _Builder:
                            raw.get("move"), raw.get("memory"), raw.get("wake"), raw.get("huge"),
                            raw.get("swap"), raw.get("feature"), raw.get("ioctl-bit"))
 
-    def behaviours(self, floor: Version) -> tuple[Behaviour, ...]:
+    def behaviours(self) -> tuple[Behaviour, ...]:
         out = []
         ids: dict[str, int] = {}
         for i, raw in enumerate(self.data["behaviours"]):
@@ -200,7 +200,6 @@ class _Builder:
                 raise self.fail(path + ("requires",), f"{raw['id']}: a requirement is listed twice")
             out.append(Behaviour(raw["id"], raw["summary"], raw["source"], self.doc(path + ("doc",)),
                                  tuple(expect), tuple(reqs), raw.get("observable")))
-        del floor
         return tuple(out)
 
     def refs(self, path: Path, ids: set[str]) -> tuple[str, ...]:
@@ -234,7 +233,7 @@ class _Builder:
 
         structs = self.structs()
         since = self.version(("since",))
-        behaviours = self.behaviours(since)
+        behaviours = self.behaviours()
         ids = {b.id for b in behaviours}
 
         ioctl = self.ioctl(("ioctl",), d["ioctl"], ioc, types, structs)
@@ -294,10 +293,10 @@ class _Builder:
         for i, e in enumerate(d["errors"]):
             path = ("errors", i)
             refs = self.refs(path + ("behaviours",), ids)
-            for j, ref in enumerate(refs):
+            for ref in refs:
                 named = {x.errno for x in by_id[ref].expect} | {x.instead for x in by_id[ref].expect}
                 if e["errno"] not in named:
-                    raise self.fail(path + ("behaviours", j), f"{ref} never expects {e['errno']} "
+                    raise self.fail(path + ("errno",), f"{e['errno']}: its behaviour {ref} never expects it "
                                     f"(it expects {', '.join(sorted(n for n in named if n)) or 'success'})")
             errors.append(Error(e["errno"], self.doc(path + ("doc",)), refs,
                                 self.version(path + ("since",)) if "since" in e else None))

@@ -7,7 +7,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 CLI     := $(VENV)/bin/uffd-uabi
 BUILD   ?= build
-DEBS    := mandoc groff man-db
+DEBS    := mandoc groff man-db manpages-dev gcc libc6-dev linux-libc-dev util-linux mount
 STAMP   := $(VENV)/.installed
 
 .PHONY: all man html conformance check test lint ruff matrix bench clean setup debs

@@ -96,6 +96,7 @@ class Field:
     doc: Prose
     comment: str | None = None
     flags: str | None = None
+    behaviours: tuple[str, ...] = ()
 
     @property
     def size(self) -> int:
@@ -175,6 +176,7 @@ class RangeIoctl:
     field: str
     bit: int
     doc: Prose
+    behaviours: tuple[str, ...] = ()
 
     @property
     def value(self) -> int:
@@ -393,6 +395,17 @@ class Spec:
             if fs.name == name:
                 return fs
         raise KeyError(name)
+
+    def cited(self) -> set[str]:
+        """The behaviours some entry of the page stands for (an error, a flag,
+        the feature, a field, a note, a bug): the rest need their own words."""
+        ids = {i for e in self.errors for i in e.behaviours}
+        ids |= {i for fs in self.flags for f in fs.values for i in f.behaviours}
+        ids |= set(self.feature.behaviours) | set(self.range_ioctl.behaviours)
+        ids |= {i for f in self.struct.fields for i in f.behaviours}
+        ids |= {i for n in self.notes for i in n.behaviours}
+        ids |= {b.behaviour for b in self.bugs if b.behaviour}
+        return ids
 
     def values(self) -> dict[str, int]:
         """Every named number of the spec: what a C header must define."""

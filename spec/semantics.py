@@ -45,6 +45,7 @@ class _Builder:
         self.data = data
         self.where = where
         self.names: dict[str, Path] = {}
+        self.ids: set[str] = set()
 
     def fail(self, path: Path, message: str, key: bool = False) -> SpecError:
         return SpecError(self.where.at(path, key=key), message)
@@ -104,8 +105,9 @@ class _Builder:
             if off != (offsets[i - 1] + types[i - 1].size if i else 0):
                 raise self.fail(fpath, f"{raw['name']}.{f['name']}: padding before the field; "
                                 "a uABI struct must have none")
+            refs = self.refs(fpath + ("behaviours",), self.ids) if "behaviours" in f else ()
             fields.append(Field(f["name"], t, f["dir"], off, self.doc(fpath + ("doc",)),
-                                f.get("comment"), f.get("flags")))
+                                f.get("comment"), f.get("flags"), refs))
         if raw["size"] != size:
             raise self.fail(path + ("size",), f"struct {raw['name']}: size {raw['size']} contradicts "
                             f"the fields (they add up to {size})")
@@ -231,10 +233,10 @@ class _Builder:
             types[t["name"]] = t["value"]
             type_codes.append(TypeCode(t["name"], t["value"], self.doc(("types", i, "doc"))))
 
-        structs = self.structs()
         since = self.version(("since",))
         behaviours = self.behaviours()
-        ids = {b.id for b in behaviours}
+        ids = self.ids = {b.id for b in behaviours}
+        structs = self.structs()
 
         ioctl = self.ioctl(("ioctl",), d["ioctl"], ioc, types, structs)
         if ioctl.arg is None or ioctl.arg.name != d["struct"]["name"]:
@@ -246,7 +248,9 @@ class _Builder:
         rs, rf = self.field_ref(rpath, structs)
         if ioctl.nr >= rf.size * 8:
             raise self.fail(rpath, f"bit {ioctl.nr} (1 << {ioctl.nr_name}) does not fit in {rs.name}.{rf.name}")
-        range_ioctl = RangeIoctl(rs.name, rf.name, ioctl.nr, self.doc(("ioctl", "range-ioctl", "doc")))
+        rrefs = ("ioctl", "range-ioctl", "behaviours")
+        range_ioctl = RangeIoctl(rs.name, rf.name, ioctl.nr, self.doc(("ioctl", "range-ioctl", "doc")),
+                                 self.refs(rrefs, ids) if "behaviours" in d["ioctl"]["range-ioctl"] else ())
 
         flagsets = []
         for i, raw in enumerate(d["flags"]):

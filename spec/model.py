@@ -303,9 +303,19 @@ class Behaviour:
 
 @dataclass(frozen=True)
 class Step:
+    """One check of the order of checks.
+
+    The stages run call, range, vma, page, result; a page step is made for
+    each page in address order.  With the mode flag `unless` set, the check
+    does not fail: the behaviour `otherwise` decides instead (a success
+    counts the page as moved), or, without one, the check is passed over.
+    """
+
     condition: str
     stage: str
     behaviour: str
+    unless: str | None = None
+    otherwise: str | None = None
 
 
 @dataclass(frozen=True)
@@ -368,6 +378,7 @@ class Spec:
     context_structs: tuple[Struct, ...]
     context_ioctls: tuple[Ioctl, ...]
     constants: tuple[Constant, ...]
+    precedence_success: str | None = None  # the behaviour of a call no check stops
     _by_id: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def behaviour(self, id_: str) -> Behaviour:

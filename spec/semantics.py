@@ -307,18 +307,28 @@ class _Builder:
 
         steps = []
         conditions: set[str] = set()
+        flag_names = {f.name for fs in flagsets for f in fs.values}
         for i, s in enumerate(d["precedence"]["steps"]):
             path = ("precedence", "steps", i)
             if s["condition"] in conditions:
                 raise self.fail(path + ("condition",), f"condition {s['condition']!r} is listed twice")
             conditions.add(s["condition"])
             self.refs(path + ("behaviour",), ids)
-            steps.append(Step(s["condition"], s["stage"], s["behaviour"]))
-        stages = ["call", "range", "vma", "page"]
+            if "unless" in s and s["unless"] not in flag_names:
+                raise self.fail(path + ("unless",), f"unless: {s['unless']} is not a flag of the spec")
+            if "otherwise" in s:
+                if "unless" not in s:
+                    raise self.fail(path + ("otherwise",), "otherwise needs the flag (unless) that selects it")
+                self.refs(path + ("otherwise",), ids)
+            steps.append(Step(s["condition"], s["stage"], s["behaviour"], s.get("unless"), s.get("otherwise")))
+        stages = ["call", "range", "vma", "page", "result"]
         for i in range(1, len(steps)):
             if stages.index(steps[i].stage) < stages.index(steps[i - 1].stage):
                 raise self.fail(("precedence", "steps", i, "stage"), f"stage {steps[i].stage} comes after "
-                                f"{steps[i - 1].stage}: the stages run call, range, vma, page")
+                                f"{steps[i - 1].stage}: the stages run {', '.join(stages)}")
+        success = None
+        if "success" in d["precedence"]:
+            success = self.refs(("precedence", "success"), ids)[0]
 
         history = []
         last: Version | None = None
@@ -356,7 +366,7 @@ class _Builder:
             behaviours=behaviours, history=tuple(history), bugs=bugs, notes=notes, see_also=see_also,
             see_also_path=d["see-also-path"],
             context_structs=tuple(s for name, s in structs.items() if name != d["struct"]["name"]),
-            context_ioctls=ctx_ioctls, constants=tuple(constants),
+            context_ioctls=ctx_ioctls, constants=tuple(constants), precedence_success=success,
         )
 
 

@@ -19,7 +19,7 @@ copyright = "the uffd-uabi authors; GPL-2.0-only"
 language = "en"
 smartquotes = False  # the spec's text as written, as in the man page
 
-extensions = ["tools.sphinxext"]
+extensions = ["tools.sphinxext", "tools.sphinx_matrix"]
 root_doc = "index"
 exclude_patterns = ["_static"]
 nitpicky = True
@@ -27,6 +27,7 @@ nitpicky = True
 # Both relative to this file; `uffd-uabi html --spec/--results` override them.
 uabi_spec = "spec/uffdio_move.yaml"
 uabi_results = "build/conformance/results.json"
+uabi_matrix = "build/matrix/matrix.json"
 
 html_theme = "furo"
 html_title = project

@@ -137,7 +137,7 @@ def _resolve(package: str, version: str | None, cache_dir: Path, suite: str | No
     seen: dict[str, list[str]] = {}
     unreachable: list[str] = []
     for s in suites:
-        apt = _Apt(cache_dir, s)
+        apt = Apt(cache_dir, s)
         try:
             apt.update()
         except FetchError as exc:
@@ -151,7 +151,7 @@ def _resolve(package: str, version: str | None, cache_dir: Path, suite: str | No
             seen[s.name] = [p.version for p in candidates]
         matching = [p for p in candidates if version_matches(p.version, version)]
         if matching:
-            return max(matching, key=functools.cmp_to_key(_compare))
+            return max(matching, key=functools.cmp_to_key(compare))
     wanted = f"{package} {version}" if version else package
     if unreachable and not seen:
         raise FetchError(f"cannot reach Debian's registry for {wanted}: {unreachable[0]}")
@@ -164,7 +164,7 @@ def _extract(pkg: Package, cache_dir: Path) -> Path:
     tree = cache_dir / pkg.stem
     if tree.is_dir():
         return tree
-    deb = _Apt(cache_dir, suite_named(pkg.suite) or Suite(pkg.suite, ARCHIVE)).download(pkg)
+    deb = Apt(cache_dir, suite_named(pkg.suite) or Suite(pkg.suite, ARCHIVE)).download(pkg)
     tmp = Path(tempfile.mkdtemp(prefix=f".{pkg.stem}.", dir=cache_dir))
     try:
         _run(["dpkg-deb", "-x", str(deb), str(tmp)], f"extracting {deb.name}")
@@ -174,7 +174,7 @@ def _extract(pkg: Package, cache_dir: Path) -> Path:
     return tree
 
 
-class _Apt:
+class Apt:
     """apt-get and apt-cache on one suite, with the private configuration."""
 
     def __init__(self, cache_dir: Path, suite: Suite) -> None:
@@ -289,7 +289,7 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None) -> str:
     return proc.stdout
 
 
-def _compare(a: Package, b: Package) -> int:
+def compare(a: Package, b: Package) -> int:
     """By version; of equal versions the shorter name wins (linux-image-X-amd64
     over linux-image-X-rt-amd64), so the choice does not depend on list order."""
     if a.version != b.version:

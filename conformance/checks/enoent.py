@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..context import Context
-from ..memory import unmapped
+from ..memory import fill, madvise, mapping, unmapped
 from ..observation import Observation
 from ..registry import check
-from ..uffd import make_pair
+from ..uffd import Pair, Uffd, make_pair
 
 
 @check("move.errno.ENOENT.src-hole")
@@ -31,7 +31,14 @@ def src_no_vma(ctx: Context) -> Observation:
 @check("move.errno.ENOENT.src-no-page-table")
 def src_no_page_table(ctx: Context) -> Observation:
     """src a whole, untouched page-table span (so no page table exists for
-    it), dst page 0 mapped: the missing page table is found first."""
+    it), dst page 0 mapped by a small page: MADV_NOHUGEPAGE, since a huge
+    page at dst is found even before the missing page table (see
+    move.errno.EEXIST.dst-huge), and THP "always" would give one."""
     span = ctx.page_size * (ctx.page_size // 8)  # what one page table maps on 64-bit
-    pages = span // ctx.page_size
-    return make_pair(ctx, pages, src_pages=(), dst_pages=(0,), align=span).move(ctx.page_size)
+    uffd = Uffd.open(ctx)
+    dst = mapping(ctx, span // ctx.page_size, label="dst", align=span)
+    src = mapping(ctx, span // ctx.page_size, label="src", align=span)
+    madvise(ctx, dst.addr, dst.length, ctx.lib.MADV_NOHUGEPAGE)
+    fill(ctx, dst, (0,))
+    uffd.register(dst)
+    return Pair(uffd, dst, src).move(ctx.page_size)

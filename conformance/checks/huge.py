@@ -44,3 +44,21 @@ def thp_split(ctx: Context) -> Observation:
     obs = Pair(uffd, dst, src).move(ctx.page_size)
     obs.huge = huge_state(src)
     return obs
+
+
+@check("move.errno.EEXIST.dst-huge", timeout=20.0)
+def dst_huge(ctx: Context) -> Observation:
+    """dst page 0 in a huge page, src an untouched huge-page span with no
+    page table: the huge dst is found first."""
+    size = thp_size()
+    if not size:
+        raise Skip("no transparent huge page size")
+    uffd = Uffd.open(ctx)
+    dst = mapping(ctx, size // ctx.page_size, label="dst", align=size)
+    madvise(ctx, dst.addr, dst.length, ctx.lib.MADV_HUGEPAGE)
+    fill(ctx, dst, (0,))
+    if huge_state(dst) != "kept":
+        raise Skip("the kernel gave no huge page for dst")
+    src = mapping(ctx, dst.pages, label="src", align=size)
+    uffd.register(dst)
+    return Pair(uffd, dst, src).move(ctx.page_size)

@@ -41,8 +41,9 @@ check: setup
 matrix: setup
 	-$(CLI) matrix --debian 6.1,6.12,6.16,7.3 --json $(BUILD)/matrix/matrix.json
 
+# Claim 3 of the seed needs swap: make bench BENCH_ARGS="--with swap"
 bench: setup
-	$(CLI) bench --json $(BUILD)/bench/bench.json
+	$(CLI) bench --json $(BUILD)/bench/bench.json --svg $(BUILD)/bench/bench.svg $(BENCH_ARGS)
 
 clean:
 	rm -rf $(BUILD)

@@ -19,7 +19,7 @@ copyright = "the uffd-uabi authors; GPL-2.0-only"
 language = "en"
 smartquotes = False  # the spec's text as written, as in the man page
 
-extensions = ["tools.sphinxext", "tools.sphinx_matrix"]
+extensions = ["tools.sphinxext", "tools.sphinx_matrix", "tools.sphinx_bench"]
 root_doc = "index"
 exclude_patterns = ["_static"]
 nitpicky = True
@@ -28,6 +28,7 @@ nitpicky = True
 uabi_spec = "spec/uffdio_move.yaml"
 uabi_results = "build/conformance/results.json"
 uabi_matrix = "build/matrix/matrix.json"
+uabi_bench = "build/bench/bench.json"
 
 html_theme = "furo"
 html_title = project

@@ -11,7 +11,7 @@ DEBS    := mandoc groff man-db manpages-dev gcc libc6-dev linux-libc-dev util-li
            qemu-system-x86 kmod busybox-static
 STAMP   := $(VENV)/.installed
 
-.PHONY: all man html conformance check test lint ruff matrix bench clean setup debs
+.PHONY: all man html conformance check matrix bench fuzz clean setup debs
 
 all: man conformance html
 
@@ -44,6 +44,9 @@ matrix: setup
 # Claim 3 of the seed needs swap: make bench BENCH_ARGS="--with swap"
 bench: setup
 	$(CLI) bench --json $(BUILD)/bench/bench.json --svg $(BUILD)/bench/bench.svg $(BENCH_ARGS)
+
+fuzz: setup
+	$(CLI) fuzz --cases 10000 --seed 0 --json $(BUILD)/fuzz/fuzz.json --repro $(BUILD)/fuzz
 
 clean:
 	rm -rf $(BUILD)

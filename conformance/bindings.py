@@ -165,7 +165,9 @@ _INCLUDES = """\
 """
 
 
-def _struct_body(struct: Any) -> str:
+def struct_body(struct: Any) -> str:
+    """A model struct as C; the bindings and the standalone reproducer both
+    use it, so the program a kernel developer runs has the same layout."""
     members = "".join(f"\t{f.ctype.declarator(f.name)};\n" for f in struct.fields)
     return f"struct {struct.name} {{\n{members}}};\n"
 
@@ -179,7 +181,7 @@ def cdef(spec: Spec, extra: Extra = None) -> str:
     """The declarations cffi parses: the model's structs and numbers."""
     out = ["/* generated from the spec by conformance.bindings */\n"]
     out += [f"typedef int... {name};\n" for name in _scalars(spec)]
-    out += [_struct_body(s) for s in spec.structs]
+    out += [struct_body(s) for s in spec.structs]
     out += [f"#define {name} ...\n" for name in spec.values()]
     out += [f"#define {name} ...\n" for name in SYSTEM_CONSTANTS]
     out.append(_HELPERS_CDEF)
@@ -195,7 +197,7 @@ def c_source(spec: Spec, extra: Extra = None) -> str:
     for name, value in spec.values().items():
         out.append(f"#define {name} 0x{value:X}ULL\n")
     for s in spec.structs:
-        out.append(_struct_body(s))
+        out.append(struct_body(s))
     out.append("\n/* the model's layout, checked by the compiler */\n")
     for name in _scalars(spec):
         size, signed = SCALARS[name]

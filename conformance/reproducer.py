@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from spec.model import Spec
 
-from .bindings import _struct_body
+from .bindings import struct_body
 from .layout import (
     ARG_MOVE_UNWRITABLE,
     ARG_UNREADABLE,
@@ -189,7 +189,7 @@ def program(spec: Spec, geo: Geometry, arena: Arena, layout: Layout, call: Call,
                "uffd_msg", spec.struct.name]
     for s in spec.structs:
         if s.name in structs:
-            out.append(_struct_body(s).rstrip("\n"))
+            out.append(struct_body(s).rstrip("\n"))
     for name in ("UFFD_API", "UFFDIO_API", "UFFDIO_REGISTER", "UFFDIO_WRITEPROTECT", "UFFDIO_POISON",
                  spec.ioctl.name, "UFFDIO_REGISTER_MODE_MISSING", "UFFDIO_REGISTER_MODE_WP",
                  "UFFDIO_WRITEPROTECT_MODE_WP", "UFFD_FEATURE_WP_UNPOPULATED", "UFFD_FEATURE_POISON",

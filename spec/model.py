@@ -319,6 +319,16 @@ class Step:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A performance claim made about the interface, which `uffd-uabi
+    bench` measures; its id names the benchmark."""
+
+    id: str
+    source: str
+    doc: Prose
+
+
+@dataclass(frozen=True)
 class HistoryEntry:
     version: Version
     doc: Prose
@@ -379,6 +389,7 @@ class Spec:
     context_ioctls: tuple[Ioctl, ...]
     constants: tuple[Constant, ...]
     precedence_success: str | None = None  # the behaviour of a call no check stops
+    claims: tuple[Claim, ...] = ()
     _by_id: dict = field(default_factory=dict, repr=False, compare=False, hash=False)
 
     def behaviour(self, id_: str) -> Behaviour:

@@ -14,6 +14,7 @@ from .errors import SpecError
 from .model import (
     Behaviour,
     Bug,
+    Claim,
     Constant,
     CType,
     Error,
@@ -350,6 +351,11 @@ class _Builder:
         notes = tuple(Note(self.doc(("notes", i, "doc")),
                            self.refs(("notes", i, "behaviours"), ids) if "behaviours" in n else ())
                       for i, n in enumerate(d.get("notes", [])))
+        claims = []
+        for i, c in enumerate(d.get("claims", [])):
+            if any(c["id"] == other.id for other in claims):
+                raise self.fail(("claims", i, "id"), f"claim {c['id']!r} is listed twice")
+            claims.append(Claim(c["id"], c["source"], self.doc(("claims", i, "doc"))))
         see_also = tuple(PageRef(p["page"], p["section"]) for p in d["see-also"])
         seen_pages = set()
         for i, p in enumerate(see_also):
@@ -366,7 +372,7 @@ class _Builder:
             behaviours=behaviours, history=tuple(history), bugs=bugs, notes=notes, see_also=see_also,
             see_also_path=d["see-also-path"],
             context_structs=tuple(s for name, s in structs.items() if name != d["struct"]["name"]),
-            context_ioctls=ctx_ioctls, constants=tuple(constants), precedence_success=success,
+            context_ioctls=ctx_ioctls, constants=tuple(constants), precedence_success=success, claims=tuple(claims),
         )
 
 

@@ -34,8 +34,8 @@ from sphinx.config import Config
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from tools.sphinxext import ProseVisitor, model, table
 from tools.sphinxext import para as _para
-from tools.sphinxext import table
 
 logger = logging.getLogger(__name__)
 
@@ -194,17 +194,23 @@ class MachineDirective(BenchDirective):
 
 
 class ClaimDirective(BenchDirective):
-    """``.. uabi-bench-claim:: ID`` with the claim as content: the claim, then
-    the verdict on the machine measured and the figures behind it."""
+    """``.. uabi-bench-claim:: ID``: the claim as the spec words it, then the
+    verdict on the machine measured and the figures behind it."""
 
     required_arguments = 1
-    has_content = True
+    has_content = False
 
     def run(self) -> list[nodes.Node]:
         claim_id = self.arguments[0]
         box = nodes.container(classes=["uabi-bench-claim"], ids=[f"claim-{claim_id}"])
+        spec = model(self.env.config)
+        worded = [c for c in spec.claims if c.id == claim_id]
+        if not worded:
+            logger.warning("the spec has no claim %r", claim_id, location=self.get_location())
+            return [box]
+        self.env.note_dependency(self.env.config.uabi_spec)
         quote = nodes.block_quote()
-        self.state.nested_parse(self.content, self.content_offset, quote)
+        quote.extend(ProseVisitor(spec.values(), self.env.config.manpages_url or None).visit(worded[0].doc))
         box += quote
         _, data = self.results()
         if data is None:

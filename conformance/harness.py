@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from spec.model import Behaviour, Spec
 
-from .judge import Status, judge, one_line
+from .judge import SEVERITY, Status, judge, one_line
 from .observation import Observation
 from .registry import Check, Skip
 
@@ -129,8 +129,6 @@ def coverage_result(item: Item) -> Result:
     return Result(item.id, name, item.group, Status.FAIL, reason=f"check {name} names a behaviour the spec lacks")
 
 
-# When several checks judge one behaviour, the behaviour gets the worst verdict.
-SEVERITY = (Status.SKIP, Status.XFAIL, Status.PASS, Status.ERROR, Status.TIMEOUT, Status.FAIL)
 
 
 def merged(item: Item, parts: Sequence[Result]) -> Result:

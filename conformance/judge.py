@@ -26,6 +26,11 @@ class Status(StrEnum):
     ERROR = "ERROR"        # the check or the machine broke, not the kernel
 
 
+# From least to most serious: of several results for one behaviour (two
+# checks of it, or two runs in one column of the matrix) the worst stands.
+SEVERITY = (Status.SKIP, Status.XFAIL, Status.PASS, Status.ERROR, Status.TIMEOUT, Status.FAIL)
+
+
 # The expectation's keys besides errno, in Expectation.describe() order.
 KEYS = ("move", "memory", "wake", "huge", "swap", "feature", "ioctl_bit")
 

@@ -41,7 +41,7 @@ from tools import debian
 from tools.output import write_atomic
 
 from . import kernels, vm
-from .judge import Status
+from .judge import SEVERITY, Status
 from .kernels import Kernel, KernelError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +62,6 @@ CODES = {Status.PASS: "ok", Status.FAIL: "FAIL", Status.SKIP: "skip", Status.XFA
          Status.TIMEOUT: "TIME", Status.ERROR: "ERR"}
 NOT_RUN = "n/a"  # the code of every cell of a kernel that gave no results
 OBSERVED = (Status.PASS, Status.FAIL, Status.XFAIL)  # the statuses that carry an observation
-# The worst of several results for one behaviour in one column.
-SEVERITY = (Status.SKIP, Status.PASS, Status.XFAIL, Status.TIMEOUT, Status.ERROR, Status.FAIL)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -152,7 +152,7 @@ def _comment(lines: Iterable[str]) -> list[str]:
 
 
 def _errnames(spec: Spec) -> list[str]:
-    names = sorted({e.errno for e in spec.errors} | {"EFAULT", "EINVAL"})
+    names = sorted({e.errno for e in spec.errors})
     cases = "".join(f"#ifdef {n}\n\tcase {n}: return \"{n}\";\n#endif\n" for n in names)
     return ["static const char *errname(int e)", "{", "\tswitch (e) {", cases.rstrip("\n"),
             "\tdefault: return \"?\";", "\t}", "}"]

@@ -27,15 +27,14 @@ from sphinx.application import Sphinx
 from sphinx.util import logging
 from sphinx.util.docutils import SphinxDirective
 
+from conformance.judge import SEVERITY, Status
 from tools.sphinxext import para
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MATRIX = "build/matrix/matrix.json"
 CSS = "uabi-matrix.css"
-STATUSES = ("PASS", "FAIL", "SKIP", "XFAIL", "TIMEOUT", "ERROR")
-# The worst of several results for one behaviour in one kernel (as the matrix itself picks).
-SEVERITY = ("SKIP", "PASS", "XFAIL", "TIMEOUT", "ERROR", "FAIL")
+STATUSES = tuple(Status)
 
 STYLE = """\
 /* tools/sphinx_matrix.py: the kernel matrix grid. */
